@@ -24,12 +24,19 @@ logger = logging.getLogger(__name__)
 # sentence-transformers' default truncation for an HCAE model; all-MiniLM-L6-v2 uses the same
 DEFAULT_MAX_SEQ_LENGTH = 256
 
-# the keyword sets sentence-transformers 6 forwards to AutoModel, AutoConfig and the tokenizer
-REMOTE_CODE_KWARGS = {
-    "model_kwargs": {"trust_remote_code": True},
-    "config_kwargs": {"trust_remote_code": True},
-    "processor_kwargs": {"trust_remote_code": True},
-}
+
+
+def remote_code_kwargs() -> dict[str, dict[str, bool]]:
+    """Return new keyword sets that let sentence-transformers 6 load the modeling code with the weights.
+
+    New dicts on every call, because sentence-transformers writes into ``processor_kwargs``
+    (``model_max_length``), and a shared dict would carry one model's length into the next.
+    """
+    return {
+        "model_kwargs": {"trust_remote_code": True},
+        "config_kwargs": {"trust_remote_code": True},
+        "processor_kwargs": {"trust_remote_code": True},
+    }
 
 
 def default_tokenizer_path() -> Path:
@@ -95,7 +102,7 @@ def _save_and_wrap(
     # sentence-transformers builds its Transformer module from a folder, so hand the model over through one
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    transformer = Transformer(str(folder), max_seq_length=max_seq_length, **REMOTE_CODE_KWARGS)
+    transformer = Transformer(str(folder), max_seq_length=max_seq_length, **remote_code_kwargs())
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=model.config.pooling)
     embedder = SentenceTransformer(modules=[transformer, pooling], prompts=dict(model.config.prompts) or None)
     embedder.to(model.device)

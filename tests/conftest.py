@@ -18,6 +18,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HOME", str(REPO_ROOT / ".cache" / "huggingface"))
 os.environ.setdefault("MTEB_CACHE", str(REPO_ROOT / ".cache" / "mteb"))
+os.environ.setdefault("HCAE_CACHE_DIR", str(REPO_ROOT / ".cache" / "hcae"))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

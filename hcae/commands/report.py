@@ -1,0 +1,34 @@
+"""``hcae report``: a finished study's tables and figures as Markdown plus PNG files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hcae.errors import HcaeError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", type=Path, help="the study YAML file (its report section says what to compare)")
+    parser.add_argument("--out", type=Path, help="output folder (default: docs/results/<study name>)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlruns/ beside ablations/)")
+    parser.add_argument("--speed", type=Path, help="encode benchmark JSON for the quality-versus-speed figure")
+    parser.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples per comparison (default 5000)")
+    parser.add_argument("--title", help="report title (default: the study name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hcae.report import StudyAnalysis, default_tracking_uri_for, load_report_plan, load_speed_ratios, write_report
+
+    name, plan = load_report_plan(args.study)
+    tracking_uri = args.tracking_uri or default_tracking_uri_for(args.study)
+    try:
+        analysis = StudyAnalysis.load(name, tracking_uri)
+    except LookupError as error:
+        raise HcaeError(f"cannot report study {name!r}: {error}; run `hcae ablate {args.study}` first") from None
+    if args.speed is not None and not args.speed.is_file():
+        raise HcaeError(f"--speed {args.speed} does not exist; run benchmarks/encode.py --out {args.speed} first")
+    out = args.out or Path("docs") / "results" / name
+    path = write_report(analysis, plan, out, args.title or f"Study {name}", load_speed_ratios(args.speed, plan), args.resamples)
+    print(f"wrote {path} and its figures")
+    return 0

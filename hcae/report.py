@@ -47,7 +47,7 @@ REFERENCE_SCORES: dict[str, tuple[float | None, float | None, float | None]] = {
 
 @dataclass(frozen=True)
 class ReportPlan:
-    """What a report compares.
+    """The comparisons of a report.
 
     Attributes:
         path: variant names in the order of the path; each step compares a variant with the one before.

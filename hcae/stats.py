@@ -28,8 +28,8 @@ BLOCK = 250
 class VariantItems:
     """Per-item scores of one variant: one row per seed, one column per test item.
 
-    For a mean metric (NDCG@10, Recall@10) a row holds the per-query values. For ``spearman``
-    a row holds the model's cosine similarity per pair, and ``gold`` the gold scores.
+    For a mean metric (NDCG@10, Recall@10) a row contains the per-query values. For ``spearman``
+    a row contains the model's cosine similarity per pair, and ``gold`` the gold scores.
     """
 
     values: np.ndarray

@@ -226,22 +226,34 @@ def test_shipped_studies_validate():
         assert set(plan.path) <= {variant.name for variant in spec.variants}
 
 
-def test_shipped_study_forward_pass_at_smoke():
+@pytest.mark.parametrize("profile", [None, "smoke"])
+def test_every_ablation_yaml_builds(profile):
+    """Every YAML in ablations/ loads, and every HCAE model it defines builds and runs a forward pass."""
     import torch
 
     from hcae.modeling import HcaeModel
+    from hcae.run_config import load_run_config
 
-    spec = load_study_spec(REPO_ROOT / "ablations" / "v1_0_vs_v1_1.yaml", profile="smoke")
-    assert spec.name == "v1_0_vs_v1_1-smoke"
-    for point in spec.grid_points():
-        run = spec.run_config(point)
-        assert run.profile == "smoke"
+    runs = [load_run_config(REPO_ROOT / "ablations" / "base.yaml", {"profile": profile} if profile else None)]
+    for path in sorted((REPO_ROOT / "ablations").glob("*.yaml")):
+        if path.name == "base.yaml":
+            continue
+        spec = load_study_spec(path, profile=profile)
+        if profile:
+            assert spec.name.endswith(f"-{profile}")
+        runs.extend(spec.run_config(point) for point in spec.grid_points())
+    built = 0
+    for run in runs:
+        if run.architecture != "hcae":
+            continue
         torch.manual_seed(0)
         model = HcaeModel(run.model_config()).eval()
         with torch.no_grad():
             output = model(torch.randint(0, 100, (2, 12)), attention_mask=torch.ones(2, 12, dtype=torch.long))
         assert output.pooler_output.shape == (2, run.model_config().hidden_size)
         assert torch.isfinite(output.pooler_output).all()
+        built += 1
+    assert built >= 8
 
 
 def test_variant_configs_resolve(tmp_path):

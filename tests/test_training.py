@@ -235,3 +235,13 @@ def test_train_command_rejects_bad_config(tmp_path):
     result = subprocess.run([sys.executable, "-m", "hcae.cli", "train", str(config)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "unknown key 'training.distil'" in result.stderr
+
+
+def test_no_weight_decay_on_vectors(data_dir):
+    from hcae.training.recipe import HcaeTrainer, build_student
+
+    embedder, _ = build_student(_smoke(data_dir))
+    names = HcaeTrainer.get_decay_parameter_names(None, embedder)
+    assert any(name.endswith("qkv.weight") for name in names)
+    assert any(name.endswith("word_embeddings.weight") for name in names)
+    assert not any("gamma" in name or name.endswith("bias") or "norm" in name for name in names)

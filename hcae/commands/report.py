@@ -9,7 +9,7 @@ from hcae.errors import HcaeError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study", type=Path, help="the study YAML file (its report section says what to compare)")
+    parser.add_argument("study", type=Path, help="the study YAML file; its report section lists the comparisons")
     parser.add_argument("--out", type=Path, help="output folder (default: docs/results/<study name>)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlruns/ beside ablations/)")
     parser.add_argument("--speed", type=Path, help="encode benchmark JSON for the quality-versus-speed figure")

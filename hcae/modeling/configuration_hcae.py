@@ -104,7 +104,7 @@ class HcaeConfig(PreTrainedConfig):
         num_attention_heads (`int`, defaults to 6):
             Heads of every attention mixer; must divide `hidden_size`.
         conv_kernel_size (`int`, defaults to 7):
-            Width in tokens of the depthwise convolution; odd, so each token sees as many
+            Width in tokens of the depthwise convolution; odd, so the window around each token has as many
             neighbours on its left as on its right.
         intermediate_size (`int`, defaults to 1024):
             Nominal feed-forward width. A GELU feed-forward uses it as is; SwiGLU uses the width

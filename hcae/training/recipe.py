@@ -78,6 +78,15 @@ def copy_teacher_embeddings(student: HcaeModel, teacher: SentenceTransformer) ->
     return copied
 
 
+class HcaeTrainer(SentenceTransformerTrainer):
+    """sentence-transformers' trainer with weight decay on matrices, kernels and embeddings only."""
+
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
+        # biases, norm scales and LayerScale vectors are the 1-D parameters. Decaying a LayerScale
+        # vector would pull its residual branch back toward zero, against what it is there for.
+        return [name for name, parameter in model.named_parameters() if parameter.ndim >= 2]
+
+
 class TrackingCallback(TrainerCallback):
     """Send the trainer's logs to a tracker, stop on a NaN loss and report dev scores for pruning.
 
@@ -270,7 +279,7 @@ def train(
             _set_max_seq_length(embedder, stage.max_seq_length)
             callback = TrackingCallback(tracker, "distill", step_offset, stage.batch_size, reporter)
             stage_started = time.perf_counter()
-            trainer = SentenceTransformerTrainer(
+            trainer = HcaeTrainer(
                 model=embedder,
                 args=_training_arguments(run, stage, Path(scratch) / "distill", None),
                 train_dataset=dataset,
@@ -302,7 +311,7 @@ def train(
             _set_max_seq_length(embedder, stage.max_seq_length)
             callback = TrackingCallback(tracker, "contrastive", step_offset, stage.batch_size, reporter)
             stage_started = time.perf_counter()
-            trainer = SentenceTransformerTrainer(
+            trainer = HcaeTrainer(
                 model=embedder,
                 args=_training_arguments(run, stage, Path(scratch) / "contrastive", prompts),
                 train_dataset=datasets,

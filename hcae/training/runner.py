@@ -3,7 +3,7 @@
 A run folder contains ``run.yaml`` (the resolved config), ``model/`` (a sentence-transformers
 folder with safetensors weights), ``eval/`` (the evaluation JSON with per-item values and mteb's
 own result files) and ``metrics.json``. Each is written under a temporary name and renamed when
-complete, so a folder never holds a file that looks finished but is not.
+complete, so a folder never contains a file that looks finished but is not.
 """
 
 from __future__ import annotations

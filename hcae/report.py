@@ -278,23 +278,55 @@ def _difference_table(differences: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def verdict(row: pd.Series, significance: float = 0.05) -> str:
+    """Classify a difference against the claim that the change helps."""
+    if row["p_holm"] < significance and row["delta"] > 0:
+        return "reproduced: a significant gain"
+    if row["p_holm"] < significance and row["delta"] < 0:
+        return "contradicted: a significant loss"
+    return "not shown: no significant difference"
+
+
+def _verdict_table(steps: pd.DataFrame) -> pd.DataFrame:
+    table = steps[["step", "metric", "delta", "ci_low", "ci_high", "p_holm"]].copy()
+    table["verdict"] = steps.apply(verdict, axis=1)
+    table["p_holm"] = table["p_holm"].map(lambda value: f"{value:.4f}")
+    return table
+
+
 def write_report(
     analysis: StudyAnalysis,
     plan: ReportPlan,
-    out_dir: str | Path,
+    out: str | Path,
     title: str,
     speed: dict[str, float] | None = None,
     resamples: int = 5000,
+    notes: str | None = None,
 ) -> Path:
-    """Write a study's tables and figures as ``README.md`` plus PNG files in ``out_dir``.
+    """Write a study's tables and figures as Markdown plus PNG files.
+
+    Args:
+        analysis: the study's runs.
+        plan: what to compare.
+        out: a folder (the page is ``README.md`` in it, beside the figures), or a ``.md`` path
+            (the figures go to the folder of the same name without the suffix).
+        title: the page title.
+        speed: variant -> encode throughput relative to all-MiniLM-L6-v2, for the speed figure.
+        resamples: bootstrap resamples per comparison.
+        notes: Markdown placed after the title, for a discussion written by hand.
 
     Returns:
         The path of the Markdown file.
     """
     from hcae import figures
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    if out.suffix == ".md":
+        page, figure_dir = out, out.with_suffix("")
+        prefix = f"{figure_dir.name}/"
+    else:
+        page, figure_dir, prefix = out / "README.md", out, ""
+    figure_dir.mkdir(parents=True, exist_ok=True)
     variants = [variant for variant in plan.path if variant in analysis.variants]
     variants += [variant for variant in analysis.variants if variant not in variants]
 
@@ -308,12 +340,26 @@ def write_report(
     if not controls.empty:
         images["controls"] = figures.plot_differences(controls, "Controls against their reference")
     images["seeds"] = figures.plot_seed_points(analysis, plan, variants)
-    images["curves"] = figures.plot_training_curves(analysis, [v for v in variants if v in analysis.variants])
+    images["curves"] = figures.plot_training_curves(analysis, variants)
     images["speed"] = figures.plot_quality_vs_speed(summary, speed)
     for name, figure in images.items():
-        figure.savefig(out / f"{name}.png", dpi=110)
+        figure.savefig(figure_dir / f"{name}.png", dpi=110)
+
+    def image(name: str) -> str:
+        return f"![{name}]({prefix}{name}.png)"
 
     lines = [f"# {title}", ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    if not steps.empty:
+        lines += [
+            "## Verdict per step",
+            "",
+            "Each step is compared with the one before it on the test sets; a claim counts as "
+            "reproduced only when the Holm-corrected p-value is below 0.05 and the change is a gain.",
+            "",
+            _markdown_table(_verdict_table(steps), 4),
+        ]
     lines += ["## Scores per variant (mean and standard deviation over seeds)", "", _markdown_table(summary), ""]
     if not steps.empty:
         lines += [
@@ -324,19 +370,26 @@ def write_report(
             "p-value and the Holm-Bonferroni corrected p-value over the steps of each metric.",
             "",
             _markdown_table(_difference_table(steps), 4),
-            "![steps](steps.png)",
+            image("steps"),
             "",
         ]
     if not controls.empty:
-        lines += ["## Controls", "", _markdown_table(_difference_table(controls), 4), "![controls](controls.png)", ""]
+        lines += [
+            "## Controls",
+            "",
+            "Each control minus its reference variant; Holm-corrected over the controls of each metric.",
+            "",
+            _markdown_table(_difference_table(controls), 4),
+            image("controls"),
+            "",
+        ]
     if plan.claims:
         lines += ["## Published claims beside this study", "", _markdown_table(analysis.claims(plan)), ""]
     lines += ["## Published reference scores", "", _markdown_table(reference_table()), ""]
-    lines += ["## Figures", "", "![seeds](seeds.png)", "", "![curves](curves.png)", "", "![speed](speed.png)", ""]
+    lines += ["## Figures", "", image("seeds"), "", image("curves"), "", image("speed"), ""]
 
-    path = out / "README.md"
-    path.write_text("\n".join(lines))
-    return path
+    page.write_text("\n".join(lines))
+    return page
 
 
 # ---- inputs of the notebook and `hcae report` ----

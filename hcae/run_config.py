@@ -79,7 +79,9 @@ class TrainingConfig:
 
     init: str = "teacher"
     teacher: str = "all-MiniLM-L6-v2"
-    bf16: bool = True
+    # bf16 autocast: "auto" turns it on where the hardware has native bf16 (a CUDA GPU that
+    # supports it, or a CPU with AVX512-BF16 or AMX), true or false force it
+    bf16: bool | str = "auto"
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     logging_steps: int = 10
@@ -286,6 +288,10 @@ def _build_dataclass(cls: type, values: Any, source: str, prefix: str) -> Any:
 def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     """Check a leaf value against its default's type; YAML gives lists where tuples are kept."""
     if default is None or value is None:
+        return value
+    if key.endswith("bf16"):
+        if value not in (True, False, "auto"):
+            raise RunConfigError(f"{source}: {key}={value!r} is invalid: use auto, true or false")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):

@@ -1,4 +1,4 @@
-"""Statistics on cases with known answers."""
+"""Statistics on cases whose results are known in advance."""
 
 from __future__ import annotations
 

@@ -570,8 +570,14 @@ def test_two_workers_run_each_point_once(stores):
     for variant in variants:
         for seed in (0, 1):
             assert _count(stores.log, "start", variant, seed) == 1
-    worker_pids = {pid for event, _, _, pid in _events(stores.log) if event == "start"}
-    assert len(worker_pids) == 2, "both workers should have taken trials"
+    events = _events(stores.log)
+    trial_pids = [pid for event, _, _, pid in events if event == "start"]
+    assert len(set(trial_pids)) == 6, "every trial should run in a fresh process"
+    running, most_running = 0, 0
+    for event, *_ in events:
+        running += 1 if event == "start" else -1
+        most_running = max(most_running, running)
+    assert most_running == 2, "two trials should have run side by side, and never more"
     assert "6 complete" in result.stdout
 
 
@@ -696,7 +702,8 @@ def test_signal_marks_trial_interrupted(stores, signal_number):
 
 
 def test_sigkill_trial_swept_and_rerun(stores):
-    study_file = _write_study(stores.root, {"a": {}, "slow": {}})
+    # a single queued trial runs in the study process itself, so SIGKILL leaves nobody to mark it
+    study_file = _write_study(stores.root, {"slow": {}})
     process = _start_study_process(stores, study_file, HCAE_FAKE_SLOW_SLEEP="120")
     _wait_for(lambda: _count(stores.log, "start", "slow") == 1, 120, "the slow trial to start")
     process.kill()
@@ -716,8 +723,26 @@ def test_sigkill_trial_swept_and_rerun(stores):
     assert [trial_status(trial) for trial in attempts] == ["INTERRUPTED", "COMPLETE"]
     assert f"process {process.pid}" in attempts[0].user_attrs["interrupted"]
     assert store.client.get_run(killed_run_id).info.status == "KILLED"
-    assert _count(stores.log, "start", "a") == 1
     assert _count(stores.log, "end", "slow") == 1
+
+
+def test_sigkill_of_the_study_stops_its_worker(stores):
+    study_file = _write_study(stores.root, {"slow": {}, "c": {}})
+    process = _start_study_process(stores, study_file, HCAE_FAKE_SLOW_SLEEP="120")
+    _wait_for(lambda: _count(stores.log, "start", "slow") == 1, 180, "the slow trial to start")
+    worker_pid = next(pid for event, variant, _, pid in _events(stores.log) if (event, variant) == ("start", "slow"))
+    assert worker_pid != process.pid
+    process.kill()
+    # the pipes close only when the worker, which inherited them, has exited too
+    process.communicate(timeout=120)
+
+    groups = _trials_by_variant(_load_optuna(stores))
+    killed = groups["slow/0"][0]
+    assert trial_status(killed) == "INTERRUPTED"
+    assert killed.user_attrs["interrupted"] == "SIGTERM"
+    store = TrackingStore(stores.tracking_uri)
+    assert store.client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    assert groups["c/0"][0].state == TrialState.WAITING
 
 
 def test_sigterm_with_two_workers(stores):

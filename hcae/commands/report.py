@@ -10,7 +10,11 @@ from hcae.errors import HcaeError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", type=Path, help="the study YAML file; its report section lists the comparisons")
-    parser.add_argument("--out", type=Path, help="output folder (default: docs/results/<study name>)")
+    parser.add_argument(
+        "--out", type=Path,
+        help="output folder, or a .md file whose figures go to the folder of the same name (default: docs/results/<study name>)",
+    )
+    parser.add_argument("--notes", type=Path, help="a Markdown file placed after the title, for a written discussion")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlruns/ beside ablations/)")
     parser.add_argument("--speed", type=Path, help="encode benchmark JSON for the quality-versus-speed figure")
     parser.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples per comparison (default 5000)")
@@ -28,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
         raise HcaeError(f"cannot report study {name!r}: {error}; run `hcae ablate {args.study}` first") from None
     if args.speed is not None and not args.speed.is_file():
         raise HcaeError(f"--speed {args.speed} does not exist; run benchmarks/encode.py --out {args.speed} first")
+    if args.notes is not None and not args.notes.is_file():
+        raise HcaeError(f"--notes {args.notes} does not exist; give a Markdown file or leave the option out")
+    notes = args.notes.read_text() if args.notes is not None else None
     out = args.out or Path("docs") / "results" / name
-    path = write_report(analysis, plan, out, args.title or f"Study {name}", load_speed_ratios(args.speed, plan), args.resamples)
+    speed = load_speed_ratios(args.speed, plan)
+    path = write_report(analysis, plan, out, args.title or f"Study {name}", speed, args.resamples, notes)
     print(f"wrote {path} and its figures")
     return 0

@@ -67,11 +67,13 @@ class StudyOptions:
     Attributes:
         storage: Optuna storage: an RDB URL or a journal file; default ``sqlite:///mlruns/optuna.db``.
         tracking_uri: MLflow tracking URI; default that of `hcae.tracking.TrackingStore`.
-        workers: worker processes that share the storage. Each sets torch to
-            ``cores // workers`` threads. With 1 the trials run in this process.
+        workers: worker processes that run trials at the same time. Each sets torch to
+            ``cores // workers`` threads and runs one trial in a fresh process.
         retry_failed: queue again the points whose latest trial failed on its own.
         output_dir: folder for the trials' models and results; default ``runs/studies/<study>``.
         heartbeat_interval: seconds between heartbeats on RDB storages, 0 or None for none.
+        in_process: run the trials one after another in this process instead (for tests and
+            debuggers); a single queued trial always runs here.
     """
 
     storage: str | None = None
@@ -80,6 +82,7 @@ class StudyOptions:
     retry_failed: bool = False
     output_dir: Path | None = None
     heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL_S
+    in_process: bool = False
 
 
 def run_study(spec: StudySpec, options: StudyOptions | None = None) -> StudyResult:
@@ -135,7 +138,7 @@ def run_study(spec: StudySpec, options: StudyOptions | None = None) -> StudyResu
                 workers=options.workers,
                 log_level=logging.getLogger().getEffectiveLevel(),
             )
-            if queued and (options.workers == 1 or queued == 1):
+            if queued == 1 or (queued and options.in_process):
                 run_worker(context, study=study, storage=storage, store=store)
             elif queued:
                 worker_errors = run_worker_processes(context, min(options.workers, queued))

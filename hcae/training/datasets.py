@@ -77,7 +77,7 @@ def teacher_embeddings(
         logger.warning("ignoring %s: it has %d rows for %d texts", path, embeddings.shape[0], len(texts))
 
     logger.info("encoding %d texts with the teacher %s (cached afterwards in %s)", len(texts), name, path.parent)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(teacher.device.type, dtype=torch.bfloat16, enabled=bf16):
         embeddings = teacher.encode(
             texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True, normalize_embeddings=True
         ).astype(np.float32)
@@ -171,7 +171,9 @@ def distillation_texts(run: RunConfig) -> tuple[list[str], dict[str, int]]:
 def distillation_dataset(run: RunConfig, teacher: SentenceTransformer) -> tuple[Dataset, dict[str, int]]:
     """Return the distillation set (columns ``text`` and ``label``, the teacher embedding) and source counts."""
     texts, counts = distillation_texts(run)
-    embeddings = teacher_embeddings(teacher, run.training.teacher, texts, bf16=run.training.bf16)
+    from hcae.training.recipe import resolve_bf16
+
+    embeddings = teacher_embeddings(teacher, run.training.teacher, texts, bf16=resolve_bf16(run.training.bf16))
     dataset = Dataset.from_dict({"text": texts, "label": embeddings.tolist()})
     return dataset, counts
 

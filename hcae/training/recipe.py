@@ -163,6 +163,22 @@ def _dev_evaluator(run: RunConfig) -> EmbeddingSimilarityEvaluator:
     )
 
 
+def bf16_supported() -> bool:
+    """Return whether this machine runs bf16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_bf16(setting: bool | str) -> bool:
+    """Turn the ``training.bf16`` setting (auto, true or false) into a decision."""
+    return bf16_supported() if setting == "auto" else bool(setting)
+
+
 def _training_arguments(run: RunConfig, stage: Any, scratch: Path, prompts: dict[str, Any] | None) -> SentenceTransformerTrainingArguments:
     training = run.training
     evaluate = training.dev_eval_steps > 0
@@ -175,9 +191,10 @@ def _training_arguments(run: RunConfig, stage: Any, scratch: Path, prompts: dict
         lr_scheduler_type="linear",
         weight_decay=training.weight_decay,
         max_grad_norm=training.max_grad_norm,
-        # bf16 autocast on a CPU needs use_cpu as well; weights and optimizer state stay float32
-        bf16=training.bf16,
-        use_cpu=True,
+        # bf16 autocast on a CPU needs use_cpu as well; weights and optimizer state stay float32.
+        # NOTE: the GPU branch (use_cpu False) has not been run on a GPU machine.
+        bf16=resolve_bf16(training.bf16),
+        use_cpu=not torch.cuda.is_available(),
         seed=run.seed,
         data_seed=run.seed,
         logging_steps=training.logging_steps,
@@ -263,6 +280,8 @@ def train(
     started = time.perf_counter()
 
     embedder, summary["init"] = build_student(run)
+    summary["bf16"] = resolve_bf16(run.training.bf16)
+    summary["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     evaluator = _dev_evaluator(run) if run.training.dev_eval_steps > 0 else None
     step_offset = 0
     curve: list[tuple[int, float]] = []

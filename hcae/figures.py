@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import matplotlib
+# No backend is forced here: a Jupyter kernel shows the figures inline, and a headless command
+# falls back to Agg on its own.
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from hcae.report import TEST_METRICS, ReportPlan, StudyAnalysis  # noqa: E402
+from hcae.report import TEST_METRICS, ReportPlan, StudyAnalysis
 
 SIGNIFICANCE = 0.05
 

@@ -269,6 +269,14 @@ def _markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
+def _published_digits(value: float | None) -> str:
+    """Three decimals, or four where the source gives four (0.740 stays 0.740, 0.8203 stays 0.8203)."""
+    if value is None or pd.isna(value):
+        return ""
+    text = f"{value:.4f}"
+    return text[:-1] if text.endswith("0") else text
+
+
 def _difference_table(differences: pd.DataFrame) -> pd.DataFrame:
     if differences.empty:
         return differences
@@ -344,6 +352,7 @@ def write_report(
     images["speed"] = figures.plot_quality_vs_speed(summary, speed)
     for name, figure in images.items():
         figure.savefig(figure_dir / f"{name}.png", dpi=110)
+        figures.plt.close(figure)
 
     def image(name: str) -> str:
         return f"![{name}]({prefix}{name}.png)"
@@ -360,7 +369,15 @@ def write_report(
             "",
             _markdown_table(_verdict_table(steps), 4),
         ]
-    lines += ["## Scores per variant (mean and standard deviation over seeds)", "", _markdown_table(summary), ""]
+    shown = summary.rename(columns={
+        "eval/scifact_texts_per_second": "SciFact encode texts/s",
+        "time/total_seconds": "trial minutes",
+        "params/total": "parameters (M)",
+    })
+    for column, scale in (("trial minutes", 60.0), ("parameters (M)", 1e6)):
+        if column in shown:
+            shown[column] = shown[column] / scale
+    lines += ["## Scores per variant (mean and standard deviation over seeds)", "", _markdown_table(shown), ""]
     if not steps.empty:
         lines += [
             "## Step by step",
@@ -385,7 +402,11 @@ def write_report(
         ]
     if plan.claims:
         lines += ["## Published claims beside this study", "", _markdown_table(analysis.claims(plan)), ""]
-    lines += ["## Published reference scores", "", _markdown_table(reference_table()), ""]
+    # published values keep the digits their sources give
+    references = reference_table()
+    for column in references.columns[1:]:
+        references[column] = references[column].map(_published_digits)
+    lines += ["## Published reference scores", "", _markdown_table(references), ""]
     lines += ["## Figures", "", image("seeds"), "", image("curves"), "", image("speed"), ""]
 
     page.write_text("\n".join(lines))

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, whatever display the shell has
     from hcae.report import StudyAnalysis, default_tracking_uri_for, load_report_plan, load_speed_ratios, write_report
 
     name, plan = load_report_plan(args.study)

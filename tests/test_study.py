@@ -706,6 +706,8 @@ def test_sigkill_trial_swept_and_rerun(stores):
     study_file = _write_study(stores.root, {"slow": {}})
     process = _start_study_process(stores, study_file, HCAE_FAKE_SLOW_SLEEP="120")
     _wait_for(lambda: _count(stores.log, "start", "slow") == 1, 120, "the slow trial to start")
+    # the trial logs its start just before it records its MLflow run id
+    _wait_for(lambda: "mlflow_run_id" in _load_optuna(stores).get_trials()[0].user_attrs, 60, "the trial's MLflow run id")
     process.kill()
     process.communicate(timeout=60)
 

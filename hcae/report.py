@@ -270,7 +270,7 @@ def _markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
 
 
 def _published_digits(value: float | None) -> str:
-    """Three decimals, or four where the source gives four (0.740 stays 0.740, 0.8203 stays 0.8203)."""
+    """Format a published score with three decimals, or four where the source gives four (0.740, 0.8203)."""
     if value is None or pd.isna(value):
         return ""
     text = f"{value:.4f}"
@@ -369,15 +369,15 @@ def write_report(
             "",
             _markdown_table(_verdict_table(steps), 4),
         ]
-    shown = summary.rename(columns={
+    summary_table = summary.rename(columns={
         "eval/scifact_texts_per_second": "SciFact encode texts/s",
         "time/total_seconds": "trial minutes",
         "params/total": "parameters (M)",
     })
     for column, scale in (("trial minutes", 60.0), ("parameters (M)", 1e6)):
-        if column in shown:
-            shown[column] = shown[column] / scale
-    lines += ["## Scores per variant (mean and standard deviation over seeds)", "", _markdown_table(shown), ""]
+        if column in summary_table:
+            summary_table[column] = summary_table[column] / scale
+    lines += ["## Scores per variant (mean and standard deviation over seeds)", "", _markdown_table(summary_table), ""]
     if not steps.empty:
         lines += [
             "## Step by step",

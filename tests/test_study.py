@@ -573,11 +573,11 @@ def test_two_workers_run_each_point_once(stores):
     events = _events(stores.log)
     trial_pids = [pid for event, _, _, pid in events if event == "start"]
     assert len(set(trial_pids)) == 6, "every trial should run in a fresh process"
-    running, most_running = 0, 0
+    running, max_running = 0, 0
     for event, *_ in events:
         running += 1 if event == "start" else -1
-        most_running = max(most_running, running)
-    assert most_running == 2, "two trials should have run side by side, and never more"
+        max_running = max(max_running, running)
+    assert max_running == 2, "two trials should have run side by side, and never more"
     assert "6 complete" in result.stdout
 
 
@@ -702,7 +702,7 @@ def test_signal_marks_trial_interrupted(stores, signal_number):
 
 
 def test_sigkill_trial_swept_and_rerun(stores):
-    # a single queued trial runs in the study process itself, so SIGKILL leaves nobody to mark it
+    # a single queued trial runs in the study process itself, so after SIGKILL no process can mark it
     study_file = _write_study(stores.root, {"slow": {}})
     process = _start_study_process(stores, study_file, HCAE_FAKE_SLOW_SLEEP="120")
     _wait_for(lambda: _count(stores.log, "start", "slow") == 1, 120, "the slow trial to start")

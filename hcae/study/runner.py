@@ -64,6 +64,8 @@ DEFAULT_HEARTBEAT_INTERVAL_S = 60
 class StudyOptions:
     """How to run a study.
 
+    A single queued trial runs in this process, without a worker process.
+
     Attributes:
         storage: Optuna storage: an RDB URL or a journal file; default ``sqlite:///mlruns/optuna.db``.
         tracking_uri: MLflow tracking URI; default that of `hcae.tracking.TrackingStore`.
@@ -72,8 +74,6 @@ class StudyOptions:
         retry_failed: queue again the points whose latest trial failed on its own.
         output_dir: folder for the trials' models and results; default ``runs/studies/<study>``.
         heartbeat_interval: seconds between heartbeats on RDB storages, 0 or None for none.
-        in_process: run the trials one after another in this process instead (for tests and
-            debuggers); a single queued trial always runs here.
     """
 
     storage: str | None = None
@@ -82,7 +82,6 @@ class StudyOptions:
     retry_failed: bool = False
     output_dir: Path | None = None
     heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL_S
-    in_process: bool = False
 
 
 def run_study(spec: StudySpec, options: StudyOptions | None = None) -> StudyResult:
@@ -138,7 +137,7 @@ def run_study(spec: StudySpec, options: StudyOptions | None = None) -> StudyResu
                 workers=options.workers,
                 log_level=logging.getLogger().getEffectiveLevel(),
             )
-            if queued == 1 or (queued and options.in_process):
+            if queued == 1:
                 run_worker(context, study=study, storage=storage, store=store)
             elif queued:
                 worker_errors = run_worker_processes(context, min(options.workers, queued))

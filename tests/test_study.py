@@ -94,6 +94,30 @@ def fake_trial(run: RunConfig, store: TrackingStore, output_dir: Path, parent_ru
     return metrics
 
 
+# the seed whose training loss `nan_loss_trial` turns into NaN
+NAN_SEED_ENV = "HCAE_TEST_NAN_SEED"
+
+
+def nan_loss_trial(run: RunConfig, store: TrackingStore, output_dir: Path, **keywords):
+    """Train and evaluate for real with `run_tracked`, with a NaN loss when the seed is ``$HCAE_TEST_NAN_SEED``.
+
+    Each trial runs in its own worker process, so the patch reaches no other run.
+    """
+    from hcae.training import run_tracked
+
+    nan_seed = os.environ.get(NAN_SEED_ENV)
+    if nan_seed is not None and int(nan_seed) == run.seed:
+        from sentence_transformers.sentence_transformer.losses import EmbedDistillLoss
+
+        original_forward = EmbedDistillLoss.forward
+
+        def nan_forward(self, *args, **kwargs):
+            return original_forward(self, *args, **kwargs) * float("nan")
+
+        EmbedDistillLoss.forward = nan_forward
+    return run_tracked(run, store, output_dir, **keywords)
+
+
 def _fake_metrics(run: RunConfig) -> dict[str, float]:
     config = run.model_config()
     score = 0.5 + (0.1 if config.feed_forward == "swiglu" else 0.0) + 0.001 * run.seed
@@ -201,12 +225,12 @@ def _cli_args(stores: SimpleNamespace, study_file: Path, *extra: str) -> list[st
     ]
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:
+def _wait_for(condition, timeout: float, what: str, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.2)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
@@ -731,16 +755,18 @@ def test_sigkill_trial_swept_and_rerun(stores):
 def test_sigkill_of_the_study_stops_its_worker(stores):
     study_file = _write_study(stores.root, {"slow": {}, "c": {}})
     process = _start_study_process(stores, study_file, HCAE_FAKE_SLOW_SLEEP="120")
-    _wait_for(lambda: _count(stores.log, "start", "slow") == 1, 180, "the slow trial to start")
-    worker_pid = next(pid for event, variant, _, pid in _events(stores.log) if (event, variant) == ("start", "slow"))
-    assert worker_pid != process.pid
+    # killed as soon as the trial starts, while its MLflow run is being created
+    _wait_for(lambda: _count(stores.log, "start", "slow") == 1, 180, "the slow trial to start", interval=0.005)
     process.kill()
     # the pipes close only when the worker, which inherited them, has exited too
-    process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=120)
 
+    worker_pid = next(pid for event, variant, _, pid in _events(stores.log) if (event, variant) == ("start", "slow"))
+    assert worker_pid != process.pid
+    assert not is_process_alive(worker_pid, None)
     groups = _trials_by_variant(_load_optuna(stores))
     killed = groups["slow/0"][0]
-    assert trial_status(killed) == "INTERRUPTED"
+    assert trial_status(killed) == "INTERRUPTED", stderr[-3000:]
     assert killed.user_attrs["interrupted"] == "SIGTERM"
     store = TrackingStore(stores.tracking_uri)
     assert store.client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
@@ -796,6 +822,30 @@ def test_interrupt_handlers_restore_previous():
             time.sleep(1)
     assert caught.value.signal_name == "SIGINT"
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_parent_death_signal_counts_once():
+    # Linux can send the parent-death signal several times as the threads of the dying study
+    # process exit; counted as three signals, they would end the worker before it marks its trial
+    code = textwrap.dedent("""\
+        import os, time
+        from hcae.study.interrupts import PARENT_DIED_SIGNAL, StudyInterrupted, interrupt_handlers
+        try:
+            with interrupt_handlers(parent_death=True):
+                try:
+                    os.kill(os.getpid(), PARENT_DIED_SIGNAL)
+                    time.sleep(5)
+                except StudyInterrupted as interrupt:
+                    for _ in range(4):
+                        os.kill(os.getpid(), PARENT_DIED_SIGNAL)
+                        time.sleep(0.05)
+                    raise
+        except StudyInterrupted as interrupt:
+            print("stopped by", interrupt.signal_name)
+        """)
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.strip() == "stopped by SIGTERM"
 
 
 # ---- search ----
@@ -938,18 +988,8 @@ def test_screenshot_unknown_study_exits_2(stores):
 @pytest.mark.slow
 def test_real_trainer_nan_and_retry(stores, data_dir, monkeypatch):
     """Smoke-profile training through `run_tracked`: seed 1 gets a NaN loss, seed 0 trains."""
-    import torch
-    from sentence_transformers.sentence_transformer.losses import EmbedDistillLoss
-
     monkeypatch.setenv("HCAE_DATA_DIR", str(data_dir))
-    original_forward = EmbedDistillLoss.forward
-
-    def nan_for_seed_1(self, *args, **kwargs):
-        loss = original_forward(self, *args, **kwargs)
-        # the recipe seeds torch with the run's seed before training
-        return loss * float("nan") if torch.initial_seed() == 1 else loss
-
-    monkeypatch.setattr(EmbedDistillLoss, "forward", nan_for_seed_1)
+    monkeypatch.setenv(NAN_SEED_ENV, "1")
     study_file = stores.root / "smoke.yaml"
     study_file.write_text(textwrap.dedent("""\
         # Hypothesis: the study runner trains, evaluates and fails real smoke-profile runs.
@@ -960,7 +1000,7 @@ def test_real_trainer_nan_and_retry(stores, data_dir, monkeypatch):
         grid:
           seeds: [0, 1]
           variants:
-            v1.0: {model: {preset: v1.0}}
+            v1.0: {model: {preset: v1.0}, kind: "test_study:nan_loss_trial"}
         """))
 
     first = run_study(load_study_spec(study_file), _options(stores))
@@ -982,7 +1022,7 @@ def test_real_trainer_nan_and_retry(stores, data_dir, monkeypatch):
     assert diverged_run.info.status == "FAILED"
     assert diverged_run.data.tags["hcae.error"] == diverged.user_attrs["error"]
 
-    monkeypatch.setattr(EmbedDistillLoss, "forward", original_forward)
+    monkeypatch.delenv(NAN_SEED_ENV)
     second = run_study(load_study_spec(study_file), _options(stores, retry_failed=True))
 
     assert second.exit_code == 0, second.format_summary()

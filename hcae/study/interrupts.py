@@ -4,6 +4,10 @@ The first signal raises `StudyInterrupted` in the main thread, where the runner 
 was running and re-raises. A second signal is ignored while that clean-up runs (a Ctrl-C reaches
 the workers from the terminal and again from the study process, which forwards it), and a third
 one ends the process at once.
+
+A worker process also learns of its study process's death by `PARENT_DIED_SIGNAL`. Linux can send
+it several times as the threads of the dying process exit (3 or 4 times when a study was killed
+in tests); the first one stops the worker like SIGTERM and the others are ignored.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ logger = logging.getLogger(__name__)
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # the signal count at which the process exits without further clean-up
 FORCE_EXIT_COUNT = 3
+# the signal a worker asks Linux to send it when the study process dies
+PARENT_DIED_SIGNAL = signal.SIGUSR1
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -51,6 +57,7 @@ class _HandlerState:
         self.received: list[int] = []
         self.defer_depth = 0
         self.pending: int | None = None
+        self.parent_died = False
 
 
 # the state of the handlers installed by `interrupt_handlers`; None when none are installed
@@ -58,11 +65,13 @@ _state: _HandlerState | None = None
 
 
 @contextmanager
-def interrupt_handlers() -> Iterator[None]:
+def interrupt_handlers(*, parent_death: bool = False) -> Iterator[None]:
     """Turn SIGINT and SIGTERM into `StudyInterrupted` while the block runs.
 
-    Outside the main thread Python cannot install signal handlers, and the block runs with the
-    handlers it has (Ctrl-C then raises a plain KeyboardInterrupt).
+    With ``parent_death``, the first `PARENT_DIED_SIGNAL` counts as a SIGTERM, and later ones,
+    or one that comes while the process is already stopping, are ignored. Outside the main
+    thread Python cannot install signal handlers, and the block runs with the handlers it has
+    (Ctrl-C then raises a plain KeyboardInterrupt).
     """
     global _state
     if threading.current_thread() is not threading.main_thread():
@@ -85,7 +94,20 @@ def interrupt_handlers() -> Iterator[None]:
             return
         raise StudyInterrupted(signal_number)
 
-    previous = {number: signal.signal(number, _handle) for number in HANDLED_SIGNALS}
+    def _handle_parent_death(signal_number: int, frame: object) -> None:
+        if state.parent_died:
+            return
+        state.parent_died = True
+        if state.received:
+            logger.warning("the study process has died while this worker is stopping")
+            return
+        logger.warning("the study process has died; stopping this worker")
+        _handle(signal.SIGTERM, frame)
+
+    handlers = {number: _handle for number in HANDLED_SIGNALS}
+    if parent_death:
+        handlers[PARENT_DIED_SIGNAL] = _handle_parent_death
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
     outer_state, _state = _state, state
     try:
         yield

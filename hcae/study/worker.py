@@ -26,7 +26,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hcae.study.interrupts import StudyInterrupted, interrupt_handlers, signals_deferred
+from hcae.study.interrupts import PARENT_DIED_SIGNAL, StudyInterrupted, interrupt_handlers, signals_deferred
 from hcae.study.kinds import resolve_trial_function
 from hcae.study.results import is_headline_metric
 from hcae.study.runs import STUDY_TAG, STUDY_UID_TAG, TRIAL_NUMBER_TAG, TRIAL_UID_TAG, close_trial_run
@@ -136,7 +136,7 @@ def _worker_process_main(context: WorkerContext, index: int) -> None:
     logging.basicConfig(level=context.log_level, format=LOG_FORMAT, datefmt="%H:%M:%S")
     _set_torch_threads(context.workers)
     try:
-        with interrupt_handlers():
+        with interrupt_handlers(parent_death=True):
             _stop_with_parent()
             ran = run_worker(context, label=f"worker {index}", max_trials=1)
         if ran == 0:
@@ -149,25 +149,25 @@ def _worker_process_main(context: WorkerContext, index: int) -> None:
 
 
 def _stop_with_parent() -> None:
-    """Ask Linux to send this worker SIGTERM when the study process dies, even by SIGKILL.
+    """Ask Linux to signal this worker when the study process dies, even by SIGKILL.
 
-    The worker then marks its trial as interrupted instead of running on as an orphan. On other
-    systems nothing is asked, and a killed study leaves its workers to finish their trials.
+    The worker then marks its trial as interrupted instead of running on as an orphan. The
+    handlers installed by ``interrupt_handlers(parent_death=True)`` must be in place first. On
+    other systems nothing is asked, and a killed study leaves its workers to finish their trials.
     """
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import signal
 
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+    if libc.prctl(pr_set_pdeathsig, int(PARENT_DIED_SIGNAL), 0, 0, 0) != 0:
         logger.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d); this worker outlives a killed study", ctypes.get_errno())
         return
     parent = multiprocessing.parent_process()
     if parent is not None and os.getppid() != parent.pid:
         # the study process died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), PARENT_DIED_SIGNAL)
 
 
 def _set_torch_threads(workers: int) -> None:

@@ -4,6 +4,10 @@ The default store is SQLite in ``mlruns/mlflow.db`` with artifacts under ``mlrun
 ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` selects another store or a server. All writes go
 through `MlflowClient` with explicit run ids, so several worker processes can log to one store and
 a study's trials nest under its parent run without relying on MLflow's global active run.
+
+Each database write holds SIGINT and SIGTERM back until it ends (`hcae.interrupts.signals_deferred`):
+a write cut in half by a stopping study leaves its SQLite transaction open, and the clean-up that
+follows then finds the database locked.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
+
+from hcae.interrupts import signals_deferred
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +112,8 @@ class MlflowTracker:
         items = [Param(key, _param_value(value)) for key, value in params.items()]
         # MLflow accepts at most 100 parameters per batch
         for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
+            with signals_deferred():
+                self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -118,12 +125,14 @@ class MlflowTracker:
             if value is not None and math.isfinite(float(value))
         ]
         for start in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
+            with signals_deferred():
+                self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        with signals_deferred():
+            self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
@@ -137,7 +146,8 @@ class MlflowTracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         """Close the run as ``FINISHED``, ``FAILED`` or ``KILLED``."""
-        self.client.set_terminated(self.run_id, status=status)
+        with signals_deferred():
+            self.client.set_terminated(self.run_id, status=status)
 
 
 def _param_value(value: Any) -> str:
@@ -186,7 +196,8 @@ class TrackingStore:
             parent_run_id = _active_fluent_run_id()
         if parent_run_id is not None:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        with signals_deferred():
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         return MlflowTracker(self.client, run.info.run_id)
 
     def find_runs(self, filter_string: str) -> list[Any]:

@@ -52,7 +52,7 @@ def smoke_study(tmp_path_factory, data_dir):
     result = subprocess.run(
         [sys.executable, "-m", "hcae.cli", "ablate", str(study_file), "--data-dir", str(data_dir),
          "--tracking-uri", tracking_uri, "--storage", f"sqlite:///{root / 'mlruns' / 'optuna.db'}",
-         "--output-dir", str(root / "runs")],
+         "--output-dir", str(root / "runs"), "--workers", "2"],
         capture_output=True, text=True, cwd=root, timeout=1800,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

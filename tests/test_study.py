@@ -37,7 +37,7 @@ from hcae.errors import RunConfigError
 from hcae.report import ReportPlan
 from hcae.run_config import RunConfig
 from hcae.study import StudyInterrupted, StudyOptions, load_study_runs, load_study_spec, run_study
-from hcae.study.interrupts import interrupt_handlers
+from hcae.interrupts import interrupt_handlers
 from hcae.study.results import compare_runs_url
 from hcae.study.runner import plan_study, sweep_interrupted_trials
 from hcae.study.spec import opening_comment
@@ -101,7 +101,7 @@ NAN_SEED_ENV = "HCAE_TEST_NAN_SEED"
 def nan_loss_trial(run: RunConfig, store: TrackingStore, output_dir: Path, **keywords):
     """Train and evaluate for real with `run_tracked`, with a NaN loss when the seed is ``$HCAE_TEST_NAN_SEED``.
 
-    Each trial runs in its own worker process, so the patch reaches no other run.
+    The patch is undone when the run ends.
     """
     from hcae.training import run_tracked
 
@@ -115,6 +115,10 @@ def nan_loss_trial(run: RunConfig, store: TrackingStore, output_dir: Path, **key
             return original_forward(self, *args, **kwargs) * float("nan")
 
         EmbedDistillLoss.forward = nan_forward
+        try:
+            return run_tracked(run, store, output_dir, **keywords)
+        finally:
+            EmbedDistillLoss.forward = original_forward
     return run_tracked(run, store, output_dir, **keywords)
 
 
@@ -182,7 +186,14 @@ def stores(tmp_path, mlflow_template, monkeypatch) -> SimpleNamespace:
 
 
 def _options(stores: SimpleNamespace, **overrides) -> StudyOptions:
+    """Options for `run_study` on the test stores.
+
+    One worker runs its trials in the test process, which saves the few seconds that starting a
+    worker process costs per trial. The tests of worker processes pass ``in_process=False`` or
+    several workers, and the tests through the command line use a process per trial.
+    """
     values = {"storage": stores.storage, "tracking_uri": stores.tracking_uri, "output_dir": stores.output_dir, **overrides}
+    values.setdefault("in_process", values.get("workers", 1) == 1)
     return StudyOptions(**values)
 
 
@@ -373,10 +384,17 @@ def test_grid_runs_every_point_once(stores):
     assert all(len(trials) == 1 for trials in groups.values())
     for variant, seed in [("a", 0), ("a", 1), ("b", 0), ("b", 1)]:
         assert _count(stores.log, "end", variant, seed) == 1
+    assert {pid for *_, pid in _events(stores.log)} == {os.getpid()}
     # v1.1 uses SwiGLU, which the fake scores 0.1 higher
     assert result.best["variant"] == "b"
     assert groups["b/1"][0].value == pytest.approx(groups["a/1"][0].value + 0.1)
     assert groups["a/0"][0].intermediate_values == {0: pytest.approx(0.1), 1: pytest.approx(0.2)}
+
+
+def test_in_process_with_two_workers_raises(stores):
+    study_file = _write_study(stores.root, {"a": {}})
+    with pytest.raises(RunConfigError, match="workers=2 with in_process"):
+        run_study(load_study_spec(study_file), _options(stores, workers=2, in_process=True))
 
 
 def test_mlflow_parent_child_linkage(stores):
@@ -710,6 +728,7 @@ def test_signal_marks_trial_interrupted(stores, signal_number):
     assert interrupted.state == TrialState.FAIL
     assert interrupted.user_attrs["interrupted"] == signal.Signals(signal_number).name
     assert groups["c/0"][0].state == TrialState.WAITING
+    assert "mlflow_run_id" in interrupted.user_attrs, stderr[-3000:]
     store = TrackingStore(stores.tracking_uri)
     assert store.client.get_run(interrupted.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     parent_id = _load_optuna(stores).user_attrs["mlflow_parent_run_id"]
@@ -829,7 +848,7 @@ def test_parent_death_signal_counts_once():
     # process exit; counted as three signals, they would end the worker before it marks its trial
     code = textwrap.dedent("""\
         import os, time
-        from hcae.study.interrupts import PARENT_DIED_SIGNAL, StudyInterrupted, interrupt_handlers
+        from hcae.interrupts import PARENT_DIED_SIGNAL, StudyInterrupted, interrupt_handlers
         try:
             with interrupt_handlers(parent_death=True):
                 try:
@@ -1003,7 +1022,8 @@ def test_real_trainer_nan_and_retry(stores, data_dir, monkeypatch):
             v1.0: {model: {preset: v1.0}, kind: "test_study:nan_loss_trial"}
         """))
 
-    first = run_study(load_study_spec(study_file), _options(stores))
+    # worker processes: the variable reaches the patch through the environment they inherit
+    first = run_study(load_study_spec(study_file), _options(stores, in_process=False))
 
     assert first.exit_code == 1, first.format_summary()
     store = TrackingStore(stores.tracking_uri)

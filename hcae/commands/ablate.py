@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=1, metavar="N",
         help="worker processes that take queued trials; each uses cores // N torch threads (default: 1)",
     )
+    parser.add_argument(
+        "--in-process", action="store_true",
+        help="run the trials one after another in this process, so that a debugger stops in them "
+        "(default: a fresh worker process per trial)",
+    )
     parser.add_argument("--retry-failed", action="store_true", help="queue again the points whose latest trial failed")
     parser.add_argument(
         "--output-dir", type=Path, metavar="DIR",
@@ -69,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         output_dir=args.output_dir,
         heartbeat_interval=args.heartbeat_interval,
+        in_process=args.in_process,
     )
     try:
         result = run_study(spec, options)

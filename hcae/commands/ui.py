@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hcae.errors import HcaeError
-from hcae.study.interrupts import StudyInterrupted, interrupt_handlers
+from hcae.interrupts import StudyInterrupted, interrupt_handlers
 from hcae.tracking import default_tracking_uri
 
 HOST = "127.0.0.1"

@@ -11,7 +11,7 @@ interrupted ones are, and failed ones only when asked. From a notebook::
     runs = load_study_runs("v1_0_vs_v1_1-smoke")   # a DataFrame of the trials' MLflow runs
 """
 
-from hcae.study.interrupts import StudyInterrupted
+from hcae.interrupts import StudyInterrupted
 from hcae.study.kinds import TRIAL_KINDS, resolve_trial_function
 from hcae.study.results import StudyResult, compare_runs_url, load_study_runs, study_compare_url
 from hcae.study.runner import StudyOptions, run_study

@@ -33,7 +33,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hcae.errors import RunConfigError
-from hcae.study.interrupts import StudyInterrupted, interrupt_handlers, signals_deferred
+from hcae.interrupts import StudyInterrupted, interrupt_handlers, signals_deferred
 from hcae.study.kinds import resolve_trial_function
 from hcae.study.results import StudyResult, build_result
 from hcae.study.runs import ERROR_TAG, find_trial_run, finish_parent_run, kill_orphaned_runs, open_parent_run
@@ -64,7 +64,8 @@ DEFAULT_HEARTBEAT_INTERVAL_S = 60
 class StudyOptions:
     """How to run a study.
 
-    A single queued trial runs in this process, without a worker process.
+    A single queued trial runs in this process, without a worker process, and so does every trial
+    with ``in_process``.
 
     Attributes:
         storage: Optuna storage: an RDB URL or a journal file; default ``sqlite:///mlruns/optuna.db``.
@@ -74,6 +75,9 @@ class StudyOptions:
         retry_failed: queue again the points whose latest trial failed on its own.
         output_dir: folder for the trials' models and results; default ``runs/studies/<study>``.
         heartbeat_interval: seconds between heartbeats on RDB storages, 0 or None for none.
+        in_process: run the trials one after another in this process, where a debugger's
+            breakpoints in a trial function stop. Memory that one trial leaves behind stays for
+            the next, so long studies are better run in worker processes.
     """
 
     storage: str | None = None
@@ -82,6 +86,7 @@ class StudyOptions:
     retry_failed: bool = False
     output_dir: Path | None = None
     heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL_S
+    in_process: bool = False
 
 
 def run_study(spec: StudySpec, options: StudyOptions | None = None) -> StudyResult:
@@ -96,6 +101,9 @@ def run_study(spec: StudySpec, options: StudyOptions | None = None) -> StudyResu
     options = options or StudyOptions()
     if options.workers < 1:
         raise RunConfigError(f"workers={options.workers} is invalid: use 1 or more")
+    if options.in_process and options.workers > 1:
+        raise RunConfigError(f"workers={options.workers} with in_process is invalid: in-process trials run one at a time; "
+                             "use 1 worker, or worker processes without --in-process")
     # an unknown or broken trial function fails here, before any trial starts
     for kind in sorted(spec.kinds()):
         resolve_trial_function(kind)
@@ -137,7 +145,7 @@ def run_study(spec: StudySpec, options: StudyOptions | None = None) -> StudyResu
                 workers=options.workers,
                 log_level=logging.getLogger().getEffectiveLevel(),
             )
-            if queued == 1:
+            if queued == 1 or (queued and options.in_process):
                 run_worker(context, study=study, storage=storage, store=store)
             elif queued:
                 worker_errors = run_worker_processes(context, min(options.workers, queued))

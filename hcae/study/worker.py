@@ -10,6 +10,7 @@ forwards signals to them.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import math
@@ -18,6 +19,7 @@ import multiprocessing.connection
 import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hcae.study.interrupts import PARENT_DIED_SIGNAL, StudyInterrupted, interrupt_handlers, signals_deferred
+from hcae.interrupts import PARENT_DIED_SIGNAL, StudyInterrupted, interrupt_handlers, signals_deferred
 from hcae.study.kinds import resolve_trial_function
 from hcae.study.results import is_headline_metric
 from hcae.study.runs import STUDY_TAG, STUDY_UID_TAG, TRIAL_NUMBER_TAG, TRIAL_UID_TAG, close_trial_run
@@ -284,8 +286,9 @@ def _run_trial(
         run = spec.run_config(Point(variant, seed, params))
         run_name = run.display_name()
         output_dir = Path(context.output_root) / f"trial-{frozen.number:04d}-{variant}-s{seed}"
-        storage.set_trial_user_attr(trial_id, "config_signature", config_signature(run))
-        storage.set_trial_user_attr(trial_id, "output_dir", str(output_dir))
+        with signals_deferred():
+            storage.set_trial_user_attr(trial_id, "config_signature", config_signature(run))
+            storage.set_trial_user_attr(trial_id, "output_dir", str(output_dir))
         function = resolve_trial_function(kind)
         sampled = f" {params}" if params else ""
         logger.info("trial %d started: %s seed %d%s (run %s)", frozen.number, variant, seed, sampled, run_name)
@@ -293,13 +296,15 @@ def _run_trial(
         def reporter(value: float, step: int) -> None:
             if value is None or not math.isfinite(value):
                 return
-            trial.report(float(value), int(step))
+            with signals_deferred():
+                trial.report(float(value), int(step))
             if trial.should_prune():
                 raise optuna.TrialPruned(f"dev score {value:.4f} at step {step} is below the median of earlier trials")
 
         def record_run_id(run_id: str) -> None:
             try:
-                storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
+                with signals_deferred():
+                    storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
             except Exception as error:  # the sweep finds the run by its uid tag instead
                 logger.warning("trial %d: recording MLflow run id %s failed: %s", frozen.number, run_id, error)
 
@@ -430,6 +435,7 @@ def _mark_interrupted(
     interrupt: KeyboardInterrupt,
 ) -> None:
     """Mark a taken trial FAIL with ``interrupted`` and its MLflow run KILLED, unless it finished."""
+    _release_interrupted_frames(interrupt)
     reason = interrupt.signal_name if isinstance(interrupt, StudyInterrupted) else "KeyboardInterrupt"
     attrs = frozen.user_attrs
     variant, seed = str(attrs.get("variant")), int(attrs.get("seed", -1))
@@ -445,6 +451,18 @@ def _mark_interrupted(
         mark["mlflow_run_id"] = run_id
     if fail_trial(storage, study, frozen.number, mark):
         logger.warning("trial %d interrupted by %s; its point runs again on the next run of this study", frozen.number, reason)
+
+
+def _release_interrupted_frames(interrupt: BaseException) -> None:
+    """Free what the frames that the signal cut short still hold.
+
+    A database session open in one of them keeps its SQLite transaction, and with it the lock,
+    until it is garbage collected; the writes that mark the trial would then fail with "database
+    is locked". Writes through `hcae.tracking` hold signals back, but reads and third-party code
+    can still be cut.
+    """
+    traceback.clear_frames(interrupt.__traceback__)
+    gc.collect()
 
 
 __all__ = ["WorkerContext", "run_worker", "run_worker_processes", "sampler_and_pruner"]

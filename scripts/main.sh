@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv and run the main job: the v1.0 vs v1.1 study at the quick profile on the real data.
 #
-#   HCAE_DATA_DIR=../shared/data bash scripts/main.sh          # about 15 minutes on 2 CPU cores
+#   HCAE_DATA_DIR=../shared/data bash scripts/main.sh          # about 17 minutes on 2 CPU cores
 #   HCAE_DATA_DIR=../shared/data bash scripts/main.sh --workers 2
 #
 # Running it again resumes: finished trials are not trained again. Extra arguments go to

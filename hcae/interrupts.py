@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # the signal count at which the process exits without further clean-up
 FORCE_EXIT_COUNT = 3
-# the signal a worker asks Linux to send it when the study process dies
+# the signal that Linux sends a worker when its study process dies (requested with prctl)
 PARENT_DIED_SIGNAL = signal.SIGUSR1
 
 
@@ -99,9 +99,9 @@ def interrupt_handlers(*, parent_death: bool = False) -> Iterator[None]:
             return
         state.parent_died = True
         if state.received:
-            logger.warning("the study process has died while this worker is stopping")
+            logger.warning("study process died while worker pid %d was stopping", os.getpid())
             return
-        logger.warning("the study process has died; stopping this worker")
+        logger.warning("study process died: stopping worker pid %d", os.getpid())
         _handle(signal.SIGTERM, frame)
 
     handlers = {number: _handle for number in HANDLED_SIGNALS}

@@ -845,7 +845,7 @@ def test_interrupt_handlers_restore_previous():
 
 def test_parent_death_signal_counts_once():
     # Linux can send the parent-death signal several times as the threads of the dying study
-    # process exit; counted as three signals, they would end the worker before it marks its trial
+    # process exit. Counted as three signals, they would end the worker before it marks its trial.
     code = textwrap.dedent("""\
         import os, time
         from hcae.interrupts import PARENT_DIED_SIGNAL, StudyInterrupted, interrupt_handlers

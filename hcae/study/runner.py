@@ -102,8 +102,8 @@ def run_study(spec: StudySpec, options: StudyOptions | None = None) -> StudyResu
     if options.workers < 1:
         raise RunConfigError(f"workers={options.workers} is invalid: use 1 or more")
     if options.in_process and options.workers > 1:
-        raise RunConfigError(f"workers={options.workers} with in_process is invalid: in-process trials run one at a time; "
-                             "use 1 worker, or worker processes without --in-process")
+        raise RunConfigError(f"workers={options.workers} with in_process is invalid because in-process trials run one "
+                             "at a time: use 1 worker, or drop --in-process to run worker processes")
     # an unknown or broken trial function fails here, before any trial starts
     for kind in sorted(spec.kinds()):
         resolve_trial_function(kind)

@@ -454,12 +454,12 @@ def _mark_interrupted(
 
 
 def _release_interrupted_frames(interrupt: BaseException) -> None:
-    """Free what the frames that the signal cut short still hold.
+    """Free the objects held by the frames that the signal cut short.
 
-    A database session open in one of them keeps its SQLite transaction, and with it the lock,
-    until it is garbage collected; the writes that mark the trial would then fail with "database
-    is locked". Writes through `hcae.tracking` hold signals back, but reads and third-party code
-    can still be cut.
+    A database session open in one of them keeps its SQLite transaction and lock until it is
+    garbage collected, so the writes that mark the trial would fail with "database is locked".
+    Writes through `hcae.tracking` hold signals back, but reads and third-party code can still
+    be cut.
     """
     traceback.clear_frames(interrupt.__traceback__)
     gc.collect()
